@@ -1,0 +1,1 @@
+"""llmos: LLM as an OS."""
