@@ -17,8 +17,10 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -123,6 +125,7 @@ class Engine:
         self._wake = threading.Condition()
         self._ids = itertools.count(1)
         self._stop = False
+        self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
         self._thread: threading.Thread | None = None
         self.steps = 0
         self.generated_tokens = 0
@@ -154,6 +157,16 @@ class Engine:
     def active(self) -> int:
         return len(self._running) + (self._prefilling is not None)
 
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Run `fn` on the engine thread between steps (any other forward pass, e.g. prompt
+        log-probabilities or embeddings, must not run on a second thread)."""
+        future: Future = Future()
+        with self._wake:
+            self._calls.append((fn, future))
+            self._wake.notify()
+        self.start()
+        return future
+
     def submit(self, prompt_ids: list[int], params: SamplingParams,
                loop: asyncio.AbstractEventLoop | None = None) -> Request:
         """Queue a request; raises ContextLengthError / QueueFullError / ValueError at once."""
@@ -183,7 +196,8 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._wake:
-                    while not self._stop and not (self._waiting or self._prefilling or self._running):
+                    while not self._stop and not (self._waiting or self._prefilling or self._running
+                                                  or self._calls):
                         self._wake.wait()
                     if self._stop:
                         self._fail_all("engine stopped")
@@ -194,7 +208,18 @@ class Engine:
                     self._fail_all(f"engine error: {type(e).__name__}")
                     raise
 
+    def _run_calls(self) -> None:
+        while self._calls:
+            with self._wake:
+                fn, future = self._calls.popleft()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except Exception as e:
+                    future.set_exception(e)
+
     def _step(self) -> None:
+        self._run_calls()
         self._drop_cancelled_waiting()
         if self._prefilling is None and self._waiting and len(self._running) < self.max_batch:
             with self._wake:
@@ -305,6 +330,8 @@ class Engine:
             runs += list(self._waiting)
             self._waiting.clear()
         self._running, self._prefilling = [], None
+        while self._calls:
+            self._calls.popleft()[1].cancel()
         for request in runs:
             if not request.done:
                 self._finish_request(request, "error", message)

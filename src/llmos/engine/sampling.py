@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None  # also report the top-N alternatives' log-probabilities
+    # Constrained decoding hooks: each gets (output ids so far, logits) and returns new logits.
+    logits_processors: list[Callable[[list[int], torch.Tensor], torch.Tensor]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         checks = [("max_new_tokens", self.max_new_tokens >= 0),
@@ -51,7 +54,7 @@ class SamplingParams:
     def plain(self) -> bool:
         """No logit processing at all: plain argmax or plain temperature sampling."""
         return (self.repetition_penalty == 1.0 and not self.presence_penalty and not self.frequency_penalty
-                and not self.logit_bias)
+                and not self.logit_bias and not self.logits_processors)
 
     @classmethod
     def from_generation_config(cls, gen: dict[str, Any], **overrides: Any) -> SamplingParams:
@@ -91,6 +94,8 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
     for token, bias in params.logit_bias.items():
         if 0 <= token < logits.numel():
             logits[token] += bias
+    for processor in params.logits_processors:
+        logits = processor(output.tolist() if output is not None else [], logits)
     return logits
 
 
