@@ -71,11 +71,9 @@ def test_nonexistent_name(llmos_home: Path) -> None:
     assert_clean_failure(run("pull", "nosuch:model", home=llmos_home), llmos_home, "nosuch:model")
 
 
-@pytest.mark.parametrize("name", ["../escape", "/abs/path", "a\\b", "x\x00y", "a" * 300, "UPPER/..:x"])
+@pytest.mark.parametrize("name", ["../escape", "/abs/path", "a\\b", "a" * 300, "UPPER/..:x"])
 def test_names_cannot_escape_the_store(name: str, llmos_home: Path) -> None:
-    proc = run("generate", name, "hi", home=llmos_home)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
+    assert_clean_failure(run("generate", name, "hi", home=llmos_home), llmos_home)
 
 
 def test_pickle_weights_are_refused(tiny_model_dir: Path, tmp_path: Path, llmos_home: Path) -> None:

@@ -66,12 +66,15 @@ class ModelName:
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
     """The folder of a model given by library name (`smollm2:135m-instruct`) or by path."""
-    candidate = Path(name_or_path)
-    if candidate.is_dir() and (candidate / "config.json").exists():
-        return candidate
     text = str(name_or_path)
-    if text.endswith(".gguf") and candidate.is_file():
-        return candidate
+    candidate = Path(name_or_path)
+    try:
+        if candidate.is_dir() and (candidate / "config.json").exists():
+            return candidate
+        if text.endswith(".gguf") and candidate.is_file():
+            return candidate
+    except (OSError, ValueError):  # over-long or NUL-containing: not a path we can use; parse() says why
+        pass
     try:
         path = ModelName.parse(text).path()
     except InvalidNameError:
