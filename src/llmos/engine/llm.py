@@ -29,12 +29,22 @@ class LLM:
         self.engine = Engine(self.model, self.tokenizer, max_batch=max_batch, threads=threads)
 
     @classmethod
-    def load(cls, name: str | os.PathLike, dtype: torch.dtype = torch.float32, threads: int | None = None) -> LLM:
+    def load(cls, name: str | os.PathLike, dtype: torch.dtype = torch.float32, threads: int | None = None,
+             quantize: str | None = None, max_batch: int = 8) -> LLM:
+        """Load a library model (or a model folder / .gguf path), optionally with int8/int4 weights.
+
+        From a GGUF file, Q8_0/Q4_0/Q4_1 blocks go straight into the quantized layers, so the
+        file's own quantization is kept rather than re-quantized."""
         if threads:
             torch.set_num_threads(threads)
-        path = resolve(name)
-        pretrained = load_gguf(path) if Path(path).is_file() else load_pretrained(path, dtype=dtype)
-        return cls(pretrained, str(name), threads=threads)
+        path = Path(resolve(name))
+        pretrained = load_gguf(path) if path.is_file() else load_pretrained(path, dtype=dtype)
+        if quantize not in (None, "none"):
+            from llmos.engine.quant import quantize_model, read_gguf_blocks
+
+            raw = read_gguf_blocks(path, pretrained.model.config) if path.is_file() else None
+            quantize_model(pretrained.model, quantize, gguf_raw=raw)
+        return cls(pretrained, str(name), max_batch=max_batch, threads=threads)
 
     def sampling(self, **settings: Any) -> SamplingParams:
         return SamplingParams.from_generation_config(self.pretrained.generation_config, **settings)
