@@ -1,11 +1,12 @@
-# Two entry points (see README): `make run` sets up and chats with the default model,
+# Two entry points (see README): `make run` sets up, pulls the default model and serves it
+# (OpenAI-compatible API + web UI on http://127.0.0.1:8000),
 # `make test` sets up the test tools and runs the whole suite. Both create .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL ?= smollm2:135m-instruct
 
-.PHONY: run test lint setup setup-dev
+.PHONY: run chat test lint setup setup-dev
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ setup: $(VENV)/.base
 setup-dev: $(VENV)/.dev
 
 run: $(VENV)/.base
+	$(VENV)/bin/llmos serve $(MODEL) --pull
+
+chat: $(VENV)/.base
 	$(VENV)/bin/llmos pull $(MODEL)
 	$(VENV)/bin/llmos chat $(MODEL)
 

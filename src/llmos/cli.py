@@ -64,7 +64,7 @@ def _load(args: argparse.Namespace):
     from llmos.engine import LLM
 
     t0 = time.perf_counter()
-    llm = LLM.load(args.model, threads=args.threads)
+    llm = LLM.load(args.model, threads=args.threads, quantize=args.quantize)
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return llm
 
@@ -157,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int)
         s.add_argument("--stop", action="append", help="stop string (repeatable)")
         s.add_argument("--threads", type=int, help="CPU threads for model compute")
+        s.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
+                       help="low-bit weights (GGUF Q8_0/Q4_0/Q4_1 blocks load as they are)")
+
+    from llmos.data import add_commands as data_commands
+    from llmos.serve.cli import add_commands as serve_commands
+    from llmos.train import add_commands as train_commands
+
+    serve_commands(sub)
+    data_commands(sub)
+    train_commands(sub)
     return p
 
 
