@@ -165,3 +165,33 @@ def test_greedy_matches_transformers_on_real_model(smollm2_dir: Path, hf_smollm2
         with torch.no_grad():
             out = ref.generate(torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24, do_sample=False)
         assert request.output_ids == out[0, len(prompt):].tolist()
+
+
+def test_zero_new_tokens_finishes_without_work(tiny) -> None:
+    engine = Engine(tiny.model, tiny.tokenizer)
+    request = engine.submit([1, 2, 3], SamplingParams(max_new_tokens=0))
+    assert request.text() == "" and request.output_ids == [] and request.finish_reason == "length"
+    engine.stop()
+
+
+def test_a_failing_step_fails_its_requests_and_the_engine_lives_on(tiny, monkeypatch) -> None:
+    engine = Engine(tiny.model, tiny.tokenizer)
+    calls = {"n": 0}
+    forward = tiny.model.forward
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected fault")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny.model, "forward", flaky)
+    try:
+        first = engine.submit([1, 2, 3], SamplingParams(max_new_tokens=5, temperature=0))
+        events = list(first)
+        assert events[-1].finish_reason == "error" and "RuntimeError" in events[-1].error
+        second = engine.submit([1, 2, 3], SamplingParams(max_new_tokens=5, temperature=0, ignore_eos=True))
+        second.text()
+        assert len(second.output_ids) == 5
+    finally:
+        engine.stop()

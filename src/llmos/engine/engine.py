@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import contextlib
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -30,6 +31,8 @@ from llmos.engine.sampling import SamplingParams, choose, process_logits
 from llmos.errors import LlmosError
 from llmos.model import ContextLengthError, Transformer
 from llmos.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 class QueueFullError(LlmosError):
@@ -181,6 +184,9 @@ class Engine:
         request = Request(list(prompt_ids), params, id=next(self._ids))
         if loop is not None:
             request._loop, request._aevents = loop, asyncio.Queue()
+        if params.max_new_tokens == 0:  # nothing to generate: done before any model work
+            self._finish_request(request, "length")
+            return request
         with self._wake:
             if len(self._waiting) >= self.max_queue:
                 raise QueueFullError(f"the engine queue is full ({self.max_queue} waiting requests)")
@@ -204,9 +210,9 @@ class Engine:
                         return
                 try:
                     self._step()
-                except Exception as e:  # never leave callers waiting forever on a dead engine
-                    self._fail_all(f"engine error: {type(e).__name__}")
-                    raise
+                except Exception as e:  # fail the requests in flight, keep serving new ones
+                    logger.exception("engine step failed")
+                    self._fail_all(f"engine error: {type(e).__name__}", keep_waiting=True)
 
     def _run_calls(self) -> None:
         while self._calls:
@@ -324,11 +330,12 @@ class Engine:
         request.finish_reason = reason
         request._put(Event(finish_reason=reason, error=error))
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_all(self, message: str, keep_waiting: bool = False) -> None:
         runs = [r.request for r in self._running] + ([self._prefilling.request] if self._prefilling else [])
         with self._wake:
-            runs += list(self._waiting)
-            self._waiting.clear()
+            if not keep_waiting:
+                runs += list(self._waiting)
+                self._waiting.clear()
         self._running, self._prefilling = [], None
         while self._calls:
             self._calls.popleft()[1].cancel()
