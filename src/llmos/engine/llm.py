@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from llmos.checkpoint import Pretrained, load_gguf, load_pretrained
-from llmos.engine.engine import Engine
+from llmos.engine.engine import Engine, start_engine
 from llmos.engine.sampling import SamplingParams
 from llmos.errors import ConfigError, LlmosError
 from llmos.library import resolve
@@ -18,7 +18,7 @@ from llmos.library import resolve
 
 class LLM:
     def __init__(self, pretrained: Pretrained, name: str = "", max_batch: int = 8,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, engine: Engine | None = None) -> None:
         if pretrained.tokenizer is None:
             raise ConfigError(f"model {name or pretrained.path} has no tokenizer")
         self.pretrained = pretrained
@@ -26,7 +26,7 @@ class LLM:
         self.tokenizer = pretrained.tokenizer
         self.name = name or str(pretrained.path)
         self.stats: dict[str, float] = {}
-        self.engine = Engine(self.model, self.tokenizer, max_batch=max_batch, threads=threads)
+        self.engine = engine or Engine(self.model, self.tokenizer, max_batch=max_batch, threads=threads)
 
     @classmethod
     def load(cls, name: str | os.PathLike, dtype: torch.dtype = torch.float32, threads: int | None = None,
@@ -34,17 +34,27 @@ class LLM:
         """Load a library model (or a model folder / .gguf path), optionally with int8/int4 weights.
 
         From a GGUF file, Q8_0/Q4_0/Q4_1 blocks go straight into the quantized layers, so the
-        file's own quantization is kept rather than re-quantized."""
-        if threads:
-            torch.set_num_threads(threads)
+        file's own quantization is kept rather than re-quantized. Loading runs on the thread
+        that then runs the engine (see `start_engine`)."""
         path = Path(resolve(name))
-        pretrained = load_gguf(path) if path.is_file() else load_pretrained(path, dtype=dtype)
-        if quantize not in (None, "none"):
-            from llmos.engine.quant import quantize_model, read_gguf_blocks
+        built: dict[str, Pretrained] = {}
 
-            raw = read_gguf_blocks(path, pretrained.model.config) if path.is_file() else None
-            quantize_model(pretrained.model, quantize, gguf_raw=raw)
-        return cls(pretrained, str(name), max_batch=max_batch, threads=threads)
+        def build() -> Engine:
+            if threads:
+                torch.set_num_threads(threads)
+            pretrained = load_gguf(path) if path.is_file() else load_pretrained(path, dtype=dtype)
+            if quantize not in (None, "none"):
+                from llmos.engine.quant import quantize_model, read_gguf_blocks
+
+                raw = read_gguf_blocks(path, pretrained.model.config) if path.is_file() else None
+                quantize_model(pretrained.model, quantize, gguf_raw=raw)
+            if pretrained.tokenizer is None:
+                raise ConfigError(f"model {name} has no tokenizer")
+            built["pretrained"] = pretrained
+            return Engine(pretrained.model, pretrained.tokenizer, max_batch=max_batch, threads=threads)
+
+        engine = start_engine(build)
+        return cls(built["pretrained"], str(name), engine=engine)
 
     def sampling(self, **settings: Any) -> SamplingParams:
         return SamplingParams.from_generation_config(self.pretrained.generation_config, **settings)

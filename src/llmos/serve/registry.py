@@ -198,17 +198,26 @@ class ModelRegistry:
         import torch
 
         from llmos.checkpoint import load_gguf, load_pretrained
-        from llmos.engine.engine import Engine
+        from llmos.engine.engine import Engine, start_engine
 
-        pretrained = load_gguf(path) if path.is_file() else load_pretrained(path, dtype=torch.float32)
-        if pretrained.tokenizer is None:
-            raise LlmosError(f"model {name} has no tokenizer")
-        model, s = pretrained.model, self.settings
-        max_len = min(s.context_length, model.config.block_size)
-        # The server bounds the queue itself (429 before the engine's own bound is reached).
-        engine = Engine(model, pretrained.tokenizer, max_batch=s.max_concurrency,
-                        max_queue=max(s.max_in_flight * s.max_n * 4, 256), max_len=max_len, threads=s.threads)
-        engine.start()
+        s = self.settings
+        built: dict = {}
+
+        def build() -> Engine:
+            pretrained = load_gguf(path) if path.is_file() else load_pretrained(path, dtype=torch.float32)
+            if pretrained.tokenizer is None:
+                raise LlmosError(f"model {name} has no tokenizer")
+            built["pretrained"] = pretrained
+            max_len = min(s.context_length, pretrained.model.config.block_size)
+            # The server bounds the queue itself (429 before the engine's own bound is reached).
+            return Engine(pretrained.model, pretrained.tokenizer, max_batch=s.max_concurrency,
+                          max_queue=max(s.max_in_flight * s.max_n * 4, 256), max_len=max_len, threads=s.threads)
+
+        # Load on the thread that will run the engine: tensor work stays on one thread.
+        engine = start_engine(build)
+        pretrained = built["pretrained"]
+        model = pretrained.model
+        max_len = engine.max_len
         c = model.config
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
         kv = 2 * c.n_layer * c.n_kv_head * c.head_dim * max_len * s.max_concurrency * 4
