@@ -84,15 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m llmos.serve ...`: the same flags as `llmos serve`."""
     import sys
 
-    from llmos.errors import LlmosError
+    from llmos.cli import main as llmos_main
 
-    parser = argparse.ArgumentParser(prog="llmos")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except LlmosError as e:
-        print(f"llmos: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return llmos_main(["serve", *(sys.argv[1:] if argv is None else argv)])

@@ -150,16 +150,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point (`python -m llmos.train pretrain ...`, e.g. under torchrun)."""
-    from llmos.errors import LlmosError
+    from llmos.cli import main as llmos_main
 
-    parser = argparse.ArgumentParser(prog="python -m llmos.train")
-    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except LlmosError as e:
-        print(f"llmos: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return llmos_main(sys.argv[1:] if argv is None else argv)
