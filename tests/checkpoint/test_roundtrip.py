@@ -41,3 +41,24 @@ def test_sharded_folder_loads(tmp_path: Path, tiny_model_dir: Path) -> None:
     with torch.no_grad():
         got = load_pretrained(src).model(ids)
         assert (got - ref(ids).logits).abs().max().item() < 1e-4
+
+
+def test_bias_free_gpt2_round_trip(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """nanoGPT-style GPT-2 without biases: saved with zero biases transformers can load, and read
+    back as the same bias-free model."""
+    from llmos.checkpoint import save_pretrained
+    from llmos.model import Config, Transformer
+
+    torch.manual_seed(0)
+    tok = Tokenizer.from_folder(tiny_model_dir)
+    model = Transformer(Config.from_name("baby-gpt", vocab_size=tok.vocab_size)).eval()
+    model.init_weights()
+    folder = save_pretrained(tmp_path / "baby", model, tok)
+    ids = torch.randint(0, tok.vocab_size, (1, 32), generator=torch.Generator().manual_seed(4))
+    back = load_pretrained(folder).model
+    ref = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    assert back.config.bias is False
+    assert set(back.state_dict()) == set(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(back(ids), model(ids))
+        assert (ref(ids).logits - model(ids)).abs().max().item() < 1e-4

@@ -62,7 +62,8 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> Config:
             n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], vocab_size=hf["vocab_size"],
             intermediate_size=hf.get("n_inner") or 4 * hf["n_embd"], block_size=hf.get("n_positions", 1024),
             norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), mlp="gelu", position="learned",
-            bias=True, tie_embeddings=hf.get("tie_word_embeddings", True), hf_model_type="gpt2", extra=extra)
+            bias=hf.get("llmos_bias", True), tie_embeddings=hf.get("tie_word_embeddings", True),
+            hf_model_type="gpt2", extra=extra)
     if model_type in LLAMA_LIKE:
         _require(hf, "llama", source)
         act = hf.get("hidden_act", "silu")
@@ -96,6 +97,10 @@ def config_to_hf(config: Config) -> dict[str, Any]:
               "n_ctx": c.block_size, "n_inner": c.intermediate_size, "layer_norm_epsilon": c.norm_eps,
               "activation_function": "gelu_new", "tie_word_embeddings": c.tie_embeddings,
               "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout}
+        if not c.bias:
+            # GPT-2's format always has biases: a bias-free model (nanoGPT's) is written with zero
+            # biases, which transformers computes identically, and this key restores `bias=False`.
+            hf["llmos_bias"] = False
     else:
         if c.hf_model_type not in LLAMA_LIKE:
             raise ConfigError(f"hf_model_type {c.hf_model_type!r} cannot be exported (supported: {SUPPORTED})")
@@ -125,6 +130,19 @@ def config_to_hf(config: Config) -> dict[str, Any]:
     return hf
 
 
+# (our module, GPT-2's module) for every bias GPT-2 stores per layer
+_GPT2_BIASES = (("norm_1", "ln_1"), ("norm_2", "ln_2"), ("attn.qkv", "attn.c_attn"), ("attn.proj", "attn.c_proj"),
+                ("mlp.up", "mlp.c_fc"), ("mlp.down", "mlp.c_proj"))
+
+
+def _bias(state: dict[str, torch.Tensor], module: str) -> torch.Tensor:
+    """A module's bias, or zeros shaped like its output for a bias-free model."""
+    if f"{module}.bias" in state:
+        return state[f"{module}.bias"]
+    weight = state[f"{module}.weight"]
+    return torch.zeros(weight.shape[0], dtype=weight.dtype)
+
+
 def _gpt2_prefix(tensors: dict[str, torch.Tensor]) -> str:
     return "transformer." if any(k.startswith("transformer.") for k in tensors) else ""
 
@@ -151,12 +169,16 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], config: Config,
         for i in range(c.n_layer):
             h, b = f"{p}h.{i}.", f"blocks.{i}."
             for ours, theirs in (("norm_1", "ln_1"), ("norm_2", "ln_2")):
-                out[f"{b}{ours}.weight"], out[f"{b}{ours}.bias"] = get(f"{h}{theirs}.weight"), get(f"{h}{theirs}.bias")
+                out[f"{b}{ours}.weight"] = get(f"{h}{theirs}.weight")
             for ours, theirs in (("attn.qkv", "attn.c_attn"), ("attn.proj", "attn.c_proj"),
                                  ("mlp.up", "mlp.c_fc"), ("mlp.down", "mlp.c_proj")):
                 out[f"{b}{ours}.weight"] = get(f"{h}{theirs}.weight").t()  # Conv1D stores [in, out]
-                out[f"{b}{ours}.bias"] = get(f"{h}{theirs}.bias")
-        out["norm.weight"], out["norm.bias"] = get(f"{p}ln_f.weight"), get(f"{p}ln_f.bias")
+            if c.bias:
+                for ours, theirs in _GPT2_BIASES:
+                    out[f"{b}{ours}.bias"] = get(f"{h}{theirs}.bias")
+        out["norm.weight"] = get(f"{p}ln_f.weight")
+        if c.bias:
+            out["norm.bias"] = get(f"{p}ln_f.bias")
     else:
         out["tok_emb.weight"] = get("model.embed_tokens.weight")
         for i in range(c.n_layer):
@@ -185,12 +207,14 @@ def state_dict_to_hf(state: dict[str, torch.Tensor], config: Config) -> dict[str
         for i in range(c.n_layer):
             h, b = f"transformer.h.{i}.", f"blocks.{i}."
             for ours, theirs in (("norm_1", "ln_1"), ("norm_2", "ln_2")):
-                out[f"{h}{theirs}.weight"], out[f"{h}{theirs}.bias"] = state[f"{b}{ours}.weight"], state[f"{b}{ours}.bias"]
+                out[f"{h}{theirs}.weight"] = state[f"{b}{ours}.weight"]
             for ours, theirs in (("attn.qkv", "attn.c_attn"), ("attn.proj", "attn.c_proj"),
                                  ("mlp.up", "mlp.c_fc"), ("mlp.down", "mlp.c_proj")):
                 out[f"{h}{theirs}.weight"] = state[f"{b}{ours}.weight"].t()
-                out[f"{h}{theirs}.bias"] = state[f"{b}{ours}.bias"]
-        out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = state["norm.weight"], state["norm.bias"]
+            for ours, theirs in _GPT2_BIASES:
+                out[f"{h}{theirs}.bias"] = _bias(state, f"{b}{ours}")
+        out["transformer.ln_f.weight"] = state["norm.weight"]
+        out["transformer.ln_f.bias"] = _bias(state, "norm")
     else:
         out["model.embed_tokens.weight"] = state["tok_emb.weight"]
         q, kv = c.n_head * c.head_dim, c.n_kv_head * c.head_dim

@@ -23,41 +23,10 @@ from typing import Any
 import torch
 
 from llmos.checkpoint import load_pretrained, save_pretrained
-from llmos.checkpoint.folder import build_model
 from llmos.errors import ModelFormatError, NotFoundError
 from llmos.fsutil import atomic_dir, cleanup_partials, write_json_atomic
-from llmos.model import Transformer
 
 LATEST, BEST = "latest.json", "best.json"
-
-
-def exportable(model: torch.nn.Module) -> torch.nn.Module:
-    """`model` in a form the standard folder can hold.
-
-    The GPT-2 format has no switch for bias-free layers (nanoGPT's baby GPT), so such a model is
-    saved with all-zero biases: the same function, and it loads in transformers unchanged.
-    `strip_zero_biases` undoes this when a checkpoint is loaded back for training.
-    """
-    config = model.config
-    if config.hf_model_type != "gpt2" or config.bias:
-        return model
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    with torch.device("meta"):
-        shaped = Transformer(config.replace(bias=True)).state_dict()
-    for name, t in shaped.items():
-        if name not in state:
-            state[name] = torch.zeros(t.shape, dtype=state["tok_emb.weight"].dtype)
-    return build_model(config.replace(bias=True), state, dtype=None)
-
-
-def strip_zero_biases(state: dict[str, torch.Tensor], model: torch.nn.Module,
-                      source: str) -> dict[str, torch.Tensor]:
-    """The subset of a loaded `state` that `model` has, provided whatever is dropped is zero."""
-    own = model.state_dict()
-    for name, t in state.items():
-        if name not in own and (not name.endswith("bias") or t.count_nonzero()):
-            raise ModelFormatError(f"{source}: tensor {name} does not fit the model being trained")
-    return {k: v for k, v in state.items() if k in own}
 
 
 def rng_state() -> dict[str, Any]:
@@ -80,7 +49,7 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, tokenizer: An
     name = f"step-{step:07d}"
     dest = root / name
     with atomic_dir(dest) as tmp:
-        save_pretrained(tmp / "model", exportable(model), tokenizer, lineage=lineage)
+        save_pretrained(tmp / "model", model, tokenizer, lineage=lineage)
         for f in (tmp / "model").iterdir():  # the checkpoint folder itself is the model folder
             f.rename(tmp / f.name)
         (tmp / "model").rmdir()

@@ -188,7 +188,6 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint folder: weights, optimizer, RNG streams and step."""
         model_sd, trainer, _ = checkpoints.load_checkpoint(path)
-        model_sd = checkpoints.strip_zero_biases(model_sd, self.module, str(path))
         if self.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 

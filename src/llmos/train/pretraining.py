@@ -167,7 +167,6 @@ def pretrain(cfg: TrainConfig, *, resume: str | bool | None = None, out_dir: str
             final = {**lineage, "val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss,
                      "steps": state.step, "tokens_seen": state.tokens}
             if info.is_main:
-                plain = checkpoints.exportable(plain)
                 model_dir = save_pretrained(run_dir / "model", plain, tokenizer, lineage=final)
                 if target is not None:
                     save_pretrained(target.path(), plain, tokenizer, lineage={**final, "name": str(target)})
